@@ -1,0 +1,1 @@
+"""The stdlib-only scripts install copies into <state_root>/hooks."""

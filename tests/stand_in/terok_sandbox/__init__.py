@@ -1,0 +1,1 @@
+"""Stand-in for the terok_sandbox module: only ``supervise-child``."""
