@@ -152,7 +152,47 @@ def terok(tmp_path):
     kill_processes_mentioning(tmp_path)
 
 
+_COUNTS = []
+
+
+@pytest.fixture(scope="session")
+def counts():
+    """Append a line here to have it printed in the run's summary."""
+    return _COUNTS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _COUNTS:
+        terminalreporter.section("what the suite tried")
+        for line in _COUNTS:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def installed(terok):
     terok.install()
     return terok
+
+
+# --- end-to-end Podman fixtures (tests/test_podman_e2e.py) -------------------
+
+@pytest.fixture(scope="session")
+def podman_user():
+    """The rootless Podman test user with the busybox image, reset."""
+    import podman_support
+    reason = podman_support.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    user = podman_support.ensure_user()
+    podman_support.ensure_image(user)
+    user.reset()
+    yield user
+    user.reset()
+
+
+@pytest.fixture(scope="session")
+def user_tree(podman_user):
+    """(lib folder, stand-in path) copied where the test user can read."""
+    import podman_support
+    with podman_support.staged_for_user() as tree:
+        yield tree
