@@ -7,6 +7,7 @@ folder, is fsynced and renamed over the target.
 
 import errno
 import fcntl
+import glob
 import logging
 import os
 import stat
@@ -36,9 +37,10 @@ def same_file(path, data, mode):
 
 def atomic_write(path, data, mode=0o644):
     """Put *data* at *path* atomically; False if it was already there."""
+    folder, name = os.path.split(path)
+    _discard_stale_temps(folder, name)
     if same_file(path, data, mode):
         return False
-    folder, name = os.path.split(path)
     tmp = os.path.join(folder, ".%s.%d.tmp" % (name, os.getpid()))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -56,6 +58,13 @@ def atomic_write(path, data, mode=0o644):
                          % (path, exc.strerror or exc)) from None
     _sync_dir(folder)
     return True
+
+
+def _discard_stale_temps(folder, name):
+    """Temporary files a killed writer left; callers hold the install lock."""
+    for stale in glob.glob(os.path.join(glob.escape(folder),
+                                        ".%s.*.tmp" % glob.escape(name))):
+        _discard(stale)
 
 
 def _write_all(fd, data):

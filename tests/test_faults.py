@@ -91,7 +91,7 @@ def test_installs_racing_each_other_converge(terok):
     assert terok.conf.read_text() == '[engine]\nhooks_dir = ["/opt/gpu"]\n'
 
 
-def test_interrupted_installs_converge(terok):
+def test_interrupted_installs_converge(terok, counts):
     """SIGKILL an install or uninstall at random points; a plain install
     repairs it and a plain uninstall puts the operator's file back."""
     original = '# operator\n[engine]\nevents_logger = "file"\n'
@@ -113,7 +113,9 @@ def test_interrupted_installs_converge(terok):
         terok.install()
         assert terok.cli("status").returncode == 0
         assert terok.conf.read_text().count(str(terok.hooks_dir)) == 1
-    print("interrupted: %d of 16 runs killed mid-way, all converged" % kills)
+    assert not list(terok.tmp.glob("**/.*.tmp"))
+    counts.append("interrupted: %d of 16 installs and uninstalls SIGKILLed "
+                  "mid-way, each repaired by one install" % kills)
     terok.cli("uninstall", check=True)
     assert terok.conf.read_text() == original
 

@@ -299,7 +299,7 @@ def wait_exited(pids, timeout_s, proc=PROC, sleep=None):
     pause_s = 0.0005
     while left and time.monotonic() < deadline:
         sleep(pause_s)
-        pause_s = min(pause_s * 2, 0.02)
+        pause_s = min(pause_s * 2, 0.005)
         left = [p for p in left if running(p, proc)]
     return left
 

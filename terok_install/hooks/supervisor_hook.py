@@ -260,9 +260,10 @@ def write_pid_file(path, pid):
                      | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             data = b"%d\n" % pid
+            # No fsync: after a crash the supervisor is gone too, and
+            # this file sits on the critical path of every start.
             if os.write(fd, data) != len(data):
                 raise OSError(28, "short write")
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
