@@ -15,6 +15,20 @@ HELPER_NAME = "_supervisor_state.py"
 DESCRIPTOR_PATTERN = "terok-sandbox-supervisor-%s.json"
 # Podman passes the hook no environment of its own unless a descriptor says.
 HOOK_ENV = ["PATH=" + st.TRUSTED_PATH]
+# Podman copies a descriptor into the container's spec at create time and
+# the runtime runs it later, so an uninstall in between must not turn the
+# hook into "python: can't open file", which fails the start. The
+# descriptor runs this instead: the script if it is there, else exit 0.
+BOOTSTRAP = (
+    "import sys\n"
+    "try:\n"
+    "    f = open(sys.argv[1], 'rb')\n"
+    "except OSError:\n"
+    "    sys.exit(0)\n"
+    "with f:\n"
+    "    code = compile(f.read(), sys.argv[1], 'exec')\n"
+    "sys.argv = sys.argv[1:]\n"
+    "exec(code, {'__name__': '__main__', '__file__': sys.argv[0]})\n")
 
 
 class Layout:
@@ -56,7 +70,8 @@ def render_descriptor(layout, stage, interpreter):
         "version": "1.0.0",
         "hook": {
             "path": interpreter,
-            "args": [interpreter, "-I", "-S", layout.hook, stage],
+            "args": [interpreter, "-I", "-S", "-c", BOOTSTRAP, layout.hook,
+                     stage],
             "env": HOOK_ENV,
         },
         "when": {"annotations": {st.SIDECAR_ANNOTATION: ".+"}},

@@ -52,6 +52,7 @@ def install_supervisor_hooks(*, hooks_dir=None, sandbox_bin=None, env=None):
             result.warnings.append(_no_runtime_warning())
         known = bool(entry)
         entry = _entry(entry, layout, conf, option)
+        entry["sandbox_bin"] = result.sandbox_bin
         created = []
         try:
             _write_files(layout, result, entry, created)

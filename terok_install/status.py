@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 
 from terok_install import artefacts, containers_conf, fsutil, paths
+from terok_install.errors import InstallError
 from terok_install.installer import (
     layout_for, resolve_sandbox_bin, running_supervisors)
 from terok_install.record import Record
@@ -45,12 +46,15 @@ def _root_check(layout):
 
 
 def _sandbox_check(entry, env, checks):
-    option = entry.get("sandbox_bin_option")
-    try:
-        found = resolve_sandbox_bin(option, env)
-    except Exception as exc:  # the option may point nowhere any more
-        checks.append(Check("terok-sandbox", False, str(exc)))
-        return None
+    """The runtime install baked in, if still there, else a fresh lookup:
+    the operator's PATH here may differ from the one install ran with."""
+    found = entry.get("sandbox_bin")
+    if not (found and os.access(found, os.X_OK)):
+        try:
+            found = resolve_sandbox_bin(entry.get("sandbox_bin_option"), env)
+        except InstallError as exc:
+            checks.append(Check("terok-sandbox", False, str(exc)))
+            return None
     checks.append(Check("terok-sandbox", found is not None, found or
                         "not found on PATH, next to the interpreter or in "
                         "~/.local/bin; install terok-sandbox"))

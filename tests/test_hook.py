@@ -361,3 +361,19 @@ def test_wrapper_finds_the_runtime_at_spawn_time(terok, tmp_path):
     assert "found at spawn time" in proc.stdout
     assert json.loads((terok.user_root / "standin" / (CID + ".json"))
                       .read_text())["argv"][1] == "supervisor"
+
+
+def test_supervisor_ends_with_the_container_without_poststop(installed):
+    """After an uninstall Podman may find no poststop script to run."""
+    init = subprocess.Popen(["sleep", "60"])
+    try:
+        start(installed, installed.sidecar(), pid=init.pid)
+        pgid = supervisor_pgid(installed)
+        installed.standin_record()
+        installed.cli("uninstall", check=True)
+        init.kill()
+        init.wait()
+        wait_for(lambda: group_pids(pgid) == [], 10, "the group to end")
+    finally:
+        init.kill()
+        init.wait()

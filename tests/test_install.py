@@ -44,9 +44,21 @@ def test_descriptor_runs_the_hook_isolated(installed, stage):
     assert d["stages"] == [stage]
     assert d["when"] == {"annotations": {"terok.sandbox.sidecar": ".+"}}
     assert os.path.isabs(d["hook"]["path"])
-    assert d["hook"]["args"] == [
-        d["hook"]["path"], "-I", "-S",
-        str(installed.hooks_dir / "supervisor_hook.py"), stage]
+    args = d["hook"]["args"]
+    assert args[:4] == [d["hook"]["path"], "-I", "-S", "-c"]
+    assert args[5:] == [str(installed.hooks_dir / "supervisor_hook.py"),
+                        stage]
+    assert d["hook"]["env"] == [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+
+
+def test_hook_whose_script_vanished_exits_zero(installed):
+    """Podman may run a descriptor it read before an uninstall."""
+    hook = installed.descriptor("createRuntime")["hook"]
+    installed.cli("uninstall", check=True)
+    proc = subprocess.run(hook["args"], executable=hook["path"], env={},
+                          input=b"{}", capture_output=True)
+    assert proc.returncode == 0 and proc.stderr == b""
 
 
 def test_second_install_changes_no_byte(installed):
@@ -152,7 +164,7 @@ def test_hooks_dir_option_moves_descriptors(terok):
     elsewhere = terok.tmp / "hooks.d"
     terok.install("--hooks-dir", str(elsewhere))
     d = terok.descriptor("createRuntime", hooks_dir=elsewhere)
-    assert d["hook"]["args"][3] == str(terok.hooks_dir / "supervisor_hook.py")
+    assert d["hook"]["args"][5] == str(terok.hooks_dir / "supervisor_hook.py")
     assert not (terok.hooks_dir / "terok-sandbox-supervisor-poststop.json"
                 ).exists()
     assert str(elsewhere) in terok.conf.read_text()

@@ -167,9 +167,13 @@ def sandbox_bin_candidates(env, home, exe_dir):
     found = []
     if env.get("TEROK_SANDBOX_BIN"):
         found.append(env["TEROK_SANDBOX_BIN"])
-    for folder in env.get("PATH", TRUSTED_PATH).split(":"):
-        if folder.startswith("/"):
-            found.append(os.path.join(folder, SANDBOX_BIN_NAME))
+    # The trusted folders too: dpkg runs maintainer scripts without
+    # /usr/local/bin on PATH, while the wrapper's PATH has it.
+    folders = env.get("PATH", "").split(":") + TRUSTED_PATH.split(":")
+    for folder in folders:
+        path = os.path.join(folder, SANDBOX_BIN_NAME)
+        if folder.startswith("/") and path not in found:
+            found.append(path)
     found.append(os.path.join(exe_dir, SANDBOX_BIN_NAME))
     if home and home != "/":
         found.append(os.path.join(home, ".local", "bin", SANDBOX_BIN_NAME))
