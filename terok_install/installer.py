@@ -17,7 +17,7 @@ from terok_install import artefacts, containers_conf, fsutil, paths
 from terok_install.errors import InstallError
 from terok_install.hooks import _supervisor_state as st
 from terok_install.record import Record
-from terok_install.supervisors import live_supervisors, user_state_roots
+from terok_install.supervisors import live_supervisors
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def uninstall_supervisor_hooks(*, hooks_dir=None, env=None):
             record.drop(entry)
             record.save()
     fsutil.remove_empty_dirs([os.path.dirname(record_file)])
-    result.running = running_supervisors(layout.state_root)
+    result.running = live_supervisors(env)
     return result
 
 
@@ -214,12 +214,3 @@ def _restore_mode(folder, mode):
             os.chmod(folder, mode)
     except FileNotFoundError:
         pass
-
-
-def running_supervisors(state_root):
-    """Container ids of supervisors that still run, for a closing word."""
-    roots = [state_root]
-    if paths.is_root():
-        roots += user_state_roots()
-    wrapper = os.path.join(state_root, st.WRAPPER_NAME)
-    return live_supervisors(roots, [wrapper])

@@ -19,20 +19,14 @@ are imported, because this module also runs from a zip under
 
 import os
 import sys
-import time
 
 from terok_install.hooks import _supervisor_state as st
 
 KILL_WAIT_S = 1.0
-POLL_CAP_S = 0.002
-PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT
 PID_PREFIX = "supervisor-"
 PID_SUFFIX = ".pid"
 NO_ID = "?"
 _GONE = ("Z", "X")
-_SAFE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_S_IFMT = 0o170000
-_S_IFREG = 0o100000
 _FAST_FLAGS = {"--json": "json", "-q": "quiet", "--quiet": "quiet"}
 
 
@@ -136,14 +130,7 @@ def users_roots():
 
 
 def user_recorded_roots(home):
-    try:
-        fd, _ = open_regular(st.record_path(False, {}, home))
-    except (OSError, ValueError):
-        return []
-    try:
-        return st.recorded_roots(_fd_path(fd))
-    finally:
-        os.close(fd)
+    return st.recorded_roots(st.record_path(False, {}, home))
 
 
 def _own_home():
@@ -190,33 +177,7 @@ def pid_file_targets(roots):
 
 def read_pid(path):
     """(process group, owner uid) that a pid file names."""
-    fd, info = open_regular(path)
-    try:
-        pgid = st.read_pid_file(_fd_path(fd))
-    finally:
-        os.close(fd)
-    if pgid > PID_MAX:
-        raise ValueError("not a process id: %d" % pgid)
-    return pgid, info.st_uid
-
-
-def open_regular(path):
-    """(descriptor, stat) of *path* if it is a regular file, not a link.
-
-    Root reads files in users' homes, where a FIFO must not hang an
-    emergency stop; the helpers then read the vetted file through
-    /proc/self/fd, which reopens that very inode.
-    """
-    fd = os.open(path, _SAFE_OPEN)
-    info = os.fstat(fd)
-    if info.st_mode & _S_IFMT != _S_IFREG:
-        os.close(fd)
-        raise ValueError("not a regular file")
-    return fd, info
-
-
-def _fd_path(fd):
-    return "/proc/self/fd/%d" % fd
+    return st.read_pid_file(path)
 
 
 # --- what to kill ------------------------------------------------------------
@@ -356,7 +317,7 @@ def _send(target, kill, pid, what):
 def settle(targets, proc):
     """Wait for every target's members together; fail those that survive."""
     members = sorted({p for t in targets for p in t.members})
-    left = set(st.wait_exited(members, KILL_WAIT_S, proc, _short_sleep))
+    left = set(st.wait_exited(members, KILL_WAIT_S, proc))
     for target in targets:
         alive = [p for p in target.members if p in left]
         if alive:
@@ -367,12 +328,6 @@ def settle(targets, proc):
             target.notes.insert(0, "killed %d process(es)" % killed)
         elif target.groups or target.pids:
             target.notes.insert(0, "nothing left running")
-
-
-def _short_sleep(pause_s):
-    # Killed trees die within tens of milliseconds; polling at the helper's
-    # 20 ms cap would add up to that much to every run.
-    time.sleep(min(pause_s, POLL_CAP_S))
 
 
 def remove_pid_file(target):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from terok_install import artefacts, containers_conf, fsutil, paths
 from terok_install.errors import InstallError
 from terok_install.installer import (
-    layout_for, resolve_sandbox_bin, running_supervisors)
+    layout_for, resolve_sandbox_bin)
+from terok_install.supervisors import live_supervisors
 from terok_install.record import Record
 
 
@@ -35,7 +36,7 @@ def check(*, hooks_dir=None, env=None):
         checks.append(_file_check(path, data, mode))
     checks.append(_registration_check(layout, conf, env))
     checks.append(_interpreter_check(interpreter))
-    return checks, running_supervisors(layout.state_root)
+    return checks, live_supervisors(env)
 
 
 def _root_check(layout):

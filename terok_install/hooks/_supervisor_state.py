@@ -27,6 +27,7 @@ SIGTERM = 15
 SIGKILL = 9
 PROC = "/proc"
 MAX_JSON_BYTES = 1 << 20
+PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT
 
 _CHILD_VERB = b"supervise-child"
 _CHILD_MODULE = b"terok_sandbox"
@@ -134,12 +135,28 @@ def record_path(is_root, env, home):
     return os.path.join(state, "terok-sandbox", "install-record.json")
 
 
+def read_regular(path, limit):
+    """(first *limit* bytes, owner uid) of a regular file.
+
+    Never follows a final symlink nor blocks on a FIFO: root reads these
+    files in users' homes, where either could be planted.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if info.st_mode & 0o170000 != 0o100000:
+            raise ValueError("not a regular file")
+        return os.read(fd, limit), info.st_uid
+    finally:
+        os.close(fd)
+
+
 def recorded_roots(path):
     """State roots named by an install record; [] if it is absent or bad."""
     try:
-        with open(path, "rb") as f:
-            record = parse_json(f.read(MAX_JSON_BYTES).decode("utf-8"))
-        installs = record["installs"]
+        data, _ = read_regular(path, MAX_JSON_BYTES)
+        installs = parse_json(data.decode("utf-8"))["installs"]
         return [i["state_root"] for i in installs
                 if isinstance(i.get("state_root"), str)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -151,15 +168,16 @@ def pid_file(root, cid):
 
 
 def read_pid_file(path):
-    """The process group a pid file names; ValueError if it names none."""
-    with open(path, "rb") as f:
-        text = f.read(64).strip()
+    """(process group, owner uid) of a pid file; ValueError if it names
+    no group we may signal."""
+    data, owner = read_regular(path, 64)
+    text = data.strip()
     if not text.isdigit():
         raise ValueError("not a process id: %r" % text[:20])
     pgid = int(text)
-    if pgid <= 1:
+    if pgid <= 1 or pgid > PID_MAX:
         raise ValueError("refusing process group %d" % pgid)
-    return pgid
+    return pgid, owner
 
 
 def sandbox_bin_candidates(env, home, exe_dir):

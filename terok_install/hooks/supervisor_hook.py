@@ -137,21 +137,13 @@ def check_sidecar(st, path):
     if not _is_dir(info) or info.st_uid != os.geteuid():
         return "sidecar folder is a link, not a folder, or not ours"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC)
+        data, owner = st.read_regular(path, st.MAX_JSON_BYTES + 1)
     except OSError as exc:
         return "sidecar: %s" % exc.strerror
-    try:
-        info = os.fstat(fd)
-        if (info.st_mode & 0o170000) != 0o100000:
-            return "sidecar is not a regular file"
-        if info.st_uid != os.geteuid():
-            return "sidecar belongs to uid %d, not us" % info.st_uid
-        data = os.read(fd, st.MAX_JSON_BYTES + 1)
-    except OSError as exc:
-        return "sidecar: %s" % exc.strerror
-    finally:
-        os.close(fd)
+    except ValueError:
+        return "sidecar is not a regular file"
+    if owner != os.geteuid():
+        return "sidecar belongs to uid %d, not us" % owner
     try:
         if len(data) > st.MAX_JSON_BYTES:
             raise ValueError("larger than %d bytes" % st.MAX_JSON_BYTES)
@@ -198,7 +190,7 @@ def start(st, cid, sidecar, root, init_pid):
 
 def live_wrapper(st, pid_path, cid):
     try:
-        pgid = st.read_pid_file(pid_path)
+        pgid, _ = st.read_pid_file(pid_path)
     except (OSError, ValueError):
         return False
     return st.running(pgid) and st.is_our_wrapper(pgid, cid, {WRAPPER_B})
@@ -284,7 +276,7 @@ def stop(st, cid, root):
     pid_path = st.pid_file(root, cid)
     pgid = ours = None
     try:
-        pgid = st.read_pid_file(pid_path)
+        pgid, _ = st.read_pid_file(pid_path)
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:
