@@ -1,4 +1,4 @@
-#!/usr/bin/python3 -I -S
+#!/usr/bin/python3 -IS
 """OCI hook that starts a terok-sandbox supervisor beside a container and
 reaps it when the container stops.
 
