@@ -13,7 +13,9 @@ import pytest
 from conftest import CID, STAND_IN, alive, group_pids, wait_for
 
 
-def start(t, sidecar, cid=CID, pid=4242, **kw):
+def start(t, sidecar, cid=CID, pid=None, **kw):
+    """createRuntime; the test process stands in for the container's init."""
+    pid = os.getpid() if pid is None else pid
     proc = t.run_hook("createRuntime", t.oci_state(sidecar, cid, pid=pid),
                       **kw)
     assert proc.returncode == 0, proc.stderr
@@ -37,7 +39,7 @@ def test_create_runtime_starts_the_supervisor(installed):
     pgid = supervisor_pgid(installed)
     record = installed.standin_record()
     assert record["argv"] == ["terok-sandbox", "supervisor", CID,
-                              str(sidecar), "4242"]
+                              str(sidecar), str(os.getpid())]
     assert record["pgid"] == pgid
     assert os.getsid(pgid) == pgid, "the wrapper leads its own session"
     log = (installed.user_root / "logs" / "hook.log").read_text()
@@ -361,6 +363,15 @@ def test_wrapper_finds_the_runtime_at_spawn_time(terok, tmp_path):
     assert "found at spawn time" in proc.stdout
     assert json.loads((terok.user_root / "standin" / (CID + ".json"))
                       .read_text())["argv"][1] == "supervisor"
+
+
+def test_no_supervisor_for_a_container_already_gone(installed):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    start(installed, installed.sidecar(), pid=gone.pid)
+    pgid = supervisor_pgid(installed)
+    wait_for(lambda: group_pids(pgid) == [], 10, "the wrapper to end")
+    assert not (installed.user_root / "standin").exists()
 
 
 def test_supervisor_ends_with_the_container_without_poststop(installed):

@@ -1,6 +1,7 @@
 """Property tests: any containers.conf round-trips, any OCI state is safe."""
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -110,7 +111,7 @@ json_values = st.recursive(
 def oci_states(draw, sidecar):
     kind = draw(st.sampled_from(["random", "mutated", "truncated", "bytes",
                                  "huge"]))
-    valid = {"ociVersion": "1.0.2", "id": CID, "pid": 4242,
+    valid = {"ociVersion": "1.0.2", "id": CID, "pid": os.getpid(),
              "status": "creating",
              "annotations": {"terok.sandbox.sidecar": sidecar}}
     if kind == "random":
