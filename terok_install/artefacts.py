@@ -18,17 +18,20 @@ HOOK_ENV = ["PATH=" + st.TRUSTED_PATH]
 # Podman copies a descriptor into the container's spec at create time and
 # the runtime runs it later, so an uninstall in between must not turn the
 # hook into "python: can't open file", which fails the start. The
-# descriptor runs this instead: the script if it is there, else exit 0.
+# descriptor runs this instead: the hook if it is there, else exit 0.
+# Importing (rather than running) the hook lets it load from bytecode.
 BOOTSTRAP = (
     "import sys\n"
+    "sys.path.insert(0, sys.argv[1].rpartition('/')[0])\n"
     "try:\n"
-    "    f = open(sys.argv[1], 'rb')\n"
-    "except OSError:\n"
+    "    import supervisor_hook\n"
+    "except Exception:\n"
     "    sys.exit(0)\n"
-    "with f:\n"
-    "    code = compile(f.read(), sys.argv[1], 'exec')\n"
     "sys.argv = sys.argv[1:]\n"
-    "exec(code, {'__name__': '__main__', '__file__': sys.argv[0]})\n")
+    "supervisor_hook.run()\n")
+# Bytes of a .pyc that say which source and interpreter it is for: the rest
+# (marshal output) need not be identical between two compilations.
+PYC_HEADER_BYTES = 16
 
 
 class Layout:
@@ -40,6 +43,7 @@ class Layout:
         self.hooks_dir = hooks_dir or self.scripts_dir
         self.hook = os.path.join(self.scripts_dir, st.HOOK_NAME)
         self.helper = os.path.join(self.scripts_dir, HELPER_NAME)
+        self.pycache = os.path.join(self.scripts_dir, "__pycache__")
         self.wrapper = os.path.join(state_root, st.WRAPPER_NAME)
 
     def descriptor(self, stage):
@@ -80,18 +84,50 @@ def render_descriptor(layout, stage, interpreter):
     return (json.dumps(descriptor, indent=2) + "\n").encode("utf-8")
 
 
+def compiled(source, path, check_source=True):
+    """A hash-based .pyc (PEP 552) of *source* for this interpreter."""
+    import importlib.util
+    import marshal
+    flags = 0b11 if check_source else 0b01
+    code = compile(source, path, "exec", dont_inherit=True)
+    return (importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
+            + importlib.util.source_hash(source) + marshal.dumps(code))
+
+
+def bytecode(path, source):
+    """(pyc path, bytes): the hook runs as the container's user, who
+    cannot write a cache into a system-wide install, and compiling on
+    every container start would double the hook's cost."""
+    import importlib.util
+    return importlib.util.cache_from_source(path), compiled(source, path)
+
+
 def scripts(layout, sandbox_argv):
-    """[(path, bytes, mode)] that must exist before any descriptor."""
-    return [
-        (layout.helper, resource_bytes("terok_install.hooks", HELPER_NAME),
-         0o644),
-        (layout.hook, resource_bytes("terok_install.hooks", st.HOOK_NAME),
-         0o755),
-        (layout.wrapper, render_wrapper(sandbox_argv), 0o755),
-    ]
+    """[(path, bytes, mode, bytes to compare)] needed before any
+    descriptor; None compares the whole file."""
+    files = []
+    for path, name, mode in ((layout.helper, HELPER_NAME, 0o644),
+                             (layout.hook, st.HOOK_NAME, 0o755)):
+        source = resource_bytes("terok_install.hooks", name)
+        pyc_path, pyc = bytecode(path, source)
+        files += [(path, source, mode, None),
+                  (pyc_path, pyc, 0o644, PYC_HEADER_BYTES)]
+    files.append((layout.wrapper, render_wrapper(sandbox_argv), 0o755, None))
+    return files
 
 
 def descriptors(layout, interpreter):
     return [(layout.descriptor(stage),
-             render_descriptor(layout, stage, interpreter), 0o644)
+             render_descriptor(layout, stage, interpreter), 0o644, None)
             for stage in STAGES]
+
+
+def pyc_files(layout):
+    """Bytecode of ours in the cache folder, for any interpreter version."""
+    import glob
+    found = []
+    for name in (HELPER_NAME, st.HOOK_NAME):
+        stem = glob.escape(name[:-len(".py")])
+        found += glob.glob(os.path.join(glob.escape(layout.pycache),
+                                        stem + ".*.pyc"))
+    return sorted(found)

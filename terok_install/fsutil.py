@@ -26,20 +26,25 @@ def read_bytes(path):
         return None
 
 
-def same_file(path, data, mode):
+def same_file(path, data, mode, upto=None):
+    """True if *path* holds *data* (its first *upto* bytes, if given)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return False
-    return (stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == mode
-            and read_bytes(path) == data)
+    if not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) != mode:
+        return False
+    found = read_bytes(path)
+    if upto is None:
+        return found == data
+    return found is not None and found[:upto] == data[:upto]
 
 
-def atomic_write(path, data, mode=0o644):
+def atomic_write(path, data, mode=0o644, upto=None):
     """Put *data* at *path* atomically; False if it was already there."""
     folder, name = os.path.split(path)
     _discard_stale_temps(folder, name)
-    if same_file(path, data, mode):
+    if same_file(path, data, mode, upto):
         return False
     tmp = os.path.join(folder, ".%s.%d.tmp" % (name, os.getpid()))
     try:

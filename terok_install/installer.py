@@ -102,7 +102,8 @@ def uninstall_supervisor_hooks(*, hooks_dir=None, env=None):
         if entry is not None:
             record.drop(entry)
             record.save()
-    fsutil.remove_empty_dirs([os.path.dirname(record_file)])
+        # Under the lock: a waiter then finds its folder gone and retries.
+        fsutil.remove_empty_dirs([os.path.dirname(record_file)])
     result.running = live_supervisors(env)
     return result
 
@@ -158,19 +159,19 @@ def _entry(old, layout, conf, option):
 
 def _write_files(layout, result, entry, created):
     made = []
-    for folder in (layout.scripts_dir, layout.hooks_dir):
+    for folder in (layout.pycache, layout.hooks_dir):
         made += fsutil.make_dirs(folder)
     entry["made_dirs"] = sorted(set(entry["made_dirs"]) | set(made))
     if paths.is_root():
-        for folder in (layout.scripts_dir, layout.hooks_dir):
+        for folder in (layout.pycache, layout.hooks_dir):
             for path, mode in fsutil.open_to_all(folder).items():
                 entry["opened_modes"].setdefault(path, mode)
     argv = [result.sandbox_bin] if result.sandbox_bin else None
     files = (artefacts.scripts(layout, argv)
              + artefacts.descriptors(layout, sys.executable))
-    for path, data, mode in files:
+    for path, data, mode, upto in files:
         existed = os.path.lexists(path)
-        if fsutil.atomic_write(path, data, mode):
+        if fsutil.atomic_write(path, data, mode, upto):
             result.changed.append(path)
             if not existed:
                 created.append(path)
@@ -199,11 +200,12 @@ def _register(record, entry, conf, layout, lower, result):
 
 
 def _remove_files(layout, result, entry):
-    scripts = [layout.helper, layout.hook, layout.wrapper]
-    for path in layout.descriptors() + scripts[::-1]:
+    scripts = [layout.wrapper, layout.hook, layout.helper]
+    for path in (layout.descriptors() + scripts
+                 + artefacts.pyc_files(layout)):
         if fsutil.remove(path):
             result.changed.append(path)
-    fsutil.remove_empty_dirs(entry.get("made_dirs", []))
+    fsutil.remove_empty_dirs(entry.get("made_dirs", []) + [layout.pycache])
     for folder, mode in entry.get("opened_modes", {}).items():
         _restore_mode(folder, mode)
 

@@ -31,9 +31,10 @@ def check(*, hooks_dir=None, env=None):
     checks = [_root_check(layout)]
     sandbox = _sandbox_check(entry, env, checks)
     argv = [sandbox] if sandbox else None
-    for path, data, mode in (artefacts.scripts(layout, argv)
-                             + artefacts.descriptors(layout, interpreter)):
-        checks.append(_file_check(path, data, mode))
+    for path, data, mode, upto in (
+            artefacts.scripts(layout, argv)
+            + artefacts.descriptors(layout, interpreter)):
+        checks.append(_file_check(path, data, mode, upto))
     checks.append(_registration_check(layout, conf, env))
     checks.append(_interpreter_check(interpreter))
     return checks, live_supervisors(env)
@@ -62,18 +63,19 @@ def _sandbox_check(entry, env, checks):
     return found
 
 
-def _file_check(path, data, mode):
-    if fsutil.same_file(path, data, mode):
-        return Check(os.path.basename(path), True, path)
+def _file_check(path, data, mode, upto):
+    name = os.path.basename(path)
+    if fsutil.same_file(path, data, mode, upto):
+        return Check(name, True, path)
     if not os.path.lexists(path):
-        problem = "missing"
-    elif fsutil.read_bytes(path) != data:
-        problem = "differs from what install writes"
+        problem = "is missing"
     else:
-        problem = "mode %o, expected %o" % (
-            stat.S_IMODE(os.lstat(path).st_mode), mode)
-    return Check(os.path.basename(path), False, "%s %s; run "
-                 "'terok-install install'" % (path, problem))
+        found = stat.S_IMODE(os.lstat(path).st_mode)
+        problem = ("has mode %o, expected %o" % (found, mode)
+                   if fsutil.same_file(path, data, found, upto)
+                   else "differs from what install writes")
+    return Check(name, False, "%s %s; run 'terok-install install'"
+                 % (path, problem))
 
 
 def _registration_check(layout, conf, env):

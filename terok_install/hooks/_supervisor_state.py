@@ -313,17 +313,23 @@ def wait_exited(pids, timeout_s, proc=PROC, sleep=None):
     """Wait until every pid has exited or *timeout_s* passes; return those left.
 
     A zombie counts as exited: an init that reaps lazily must not make a
-    finished group look alive.
+    finished group look alive. Watches one pid at a time, so each is read
+    about once however long the others take.
     """
     sleep = sleep or time.sleep
     deadline = time.monotonic() + timeout_s
-    left = [p for p in pids if running(p, proc)]
+    left = list(pids)
     pause_s = 0.0005
-    while left and time.monotonic() < deadline:
-        sleep(pause_s)
+    while left:
+        if not running(left[-1], proc):
+            left.pop()
+            continue
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            break
+        sleep(min(pause_s, remaining_s))
         pause_s = min(pause_s * 2, 0.005)
-        left = [p for p in left if running(p, proc)]
-    return left
+    return [p for p in left if running(p, proc)]
 
 
 def signal_group(pgid, sig):
