@@ -118,6 +118,8 @@ build_pyz() {
         --python /usr/bin/python3 --entry-point terok_install.cli:main \
         --preamble packaging/prune_cache.py \
         --output-file "$OUT/terok-install.pyz" >/dev/null
+    /usr/bin/python3 packaging/add_bytecode.py "$WORK/src" \
+        "$OUT/terok-install.pyz"
     check_pyz "$OUT/terok-install.pyz"
 }
 

@@ -5,7 +5,9 @@ under ``-I -S`` without unpacking anything and with the standard library
 alone. The shebang spells them ``-IS``: Linux hands everything after the
 interpreter over as one argument, and python rejects ``"-I -S"``.
 Entries are sorted and dated ``SOURCE_DATE_EPOCH`` so that two builds of
-one commit are byte-identical.
+one commit are byte-identical. Each module also gets bytecode for the
+building interpreter, which zipimport uses instead of compiling on every
+emergency; another Python version falls back to the source.
 
 Usage: mkpanic.py SRC_DIR OUTPUT
 """
@@ -34,6 +36,8 @@ def entry(name, epoch):
 
 
 def build(src, output, epoch):
+    sys.path.insert(0, src)
+    from terok_install.artefacts import compiled
     files = {"__main__.py": MAIN}
     for name in MODULES:
         try:
@@ -41,6 +45,7 @@ def build(src, output, epoch):
                 files[name] = f.read()
         except FileNotFoundError:
             sys.exit("mkpanic.py: %s is missing" % name)
+        files[name + "c"] = compiled(files[name], name, check_source=False)
     with open(output, "wb") as out:
         out.write(SHEBANG)
         with zipfile.ZipFile(out, "w") as archive:
