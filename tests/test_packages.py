@@ -32,12 +32,15 @@ BROKEN_CONF = b"[engine\nhooks_dir = [\n"
 # Set by an admin's shell; a package install must ignore them all.
 STRAY_ENV = ("TEROK_SANDBOX_STATE_DIR", "TEROK_ROOT", "TEROK_CONFIG_FILE",
              "CONTAINERS_CONF", "TEROK_INSTALL_RECORD")
-PANIC_ENTRIES = ["__main__.py", "terok_install/__init__.py",
+PANIC_MODULES = ["terok_install/__init__.py",
                  "terok_install/hooks/__init__.py",
                  "terok_install/hooks/_supervisor_state.py",
                  "terok_install/panic.py"]
-PYTHONS = sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python")
-                 + glob.glob("/root/.pyenv/versions/3.1[0-3]*/bin/python"))
+PANIC_ENTRIES = sorted(["__main__.py"] + PANIC_MODULES
+                       + [m + "c" for m in PANIC_MODULES])
+PYENV = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+PYTHONS = sorted(glob.glob(PYENV + "/versions/3.9*/bin/python")
+                 + glob.glob(PYENV + "/versions/3.1[0-3]*/bin/python"))
 PYTHON_IDS = [Path(p).parts[-3] for p in PYTHONS]
 STAND_IN = ps.REPO / "tests" / "stand_in" / "terok-sandbox"
 
@@ -133,8 +136,13 @@ def test_zipapp_is_small_and_pure_python(dist):
         names = z.namelist()
         elf = [n for n in names if z.read(n)[:4] == b"\x7fELF"]
     assert elf == []
-    assert not [n for n in names if n.endswith((".so", ".pyc", ".c"))
-                or "__pycache__" in n or n.endswith("direct_url.json")]
+    assert not [n for n in names if n.endswith((".so", ".c"))
+                or n.endswith("direct_url.json")]
+    # Bytecode for the build's Python only, each beside its source, so
+    # that any other version compiles the source as usual.
+    for pyc in (n for n in names if n.endswith(".pyc")):
+        folder, _, base = pyc.rpartition("/__pycache__/")
+        assert folder + "/" + base.split(".")[0] + ".py" in names, pyc
     assert "site-packages/terok_install/cli.py" in names
     assert "site-packages/bin/prune_cache.py" in names
 
