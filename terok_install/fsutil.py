@@ -42,10 +42,10 @@ def same_file(path, data, mode, upto=None):
 
 def atomic_write(path, data, mode=0o644, upto=None):
     """Put *data* at *path* atomically; False if it was already there."""
-    folder, name = os.path.split(path)
-    _discard_stale_temps(folder, name)
+    discard_stale_temps(path)
     if same_file(path, data, mode, upto):
         return False
+    folder, name = os.path.split(path)
     tmp = os.path.join(folder, ".%s.%d.tmp" % (name, os.getpid()))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -65,8 +65,10 @@ def atomic_write(path, data, mode=0o644, upto=None):
     return True
 
 
-def _discard_stale_temps(folder, name):
-    """Temporary files a killed writer left; callers hold the install lock."""
+def discard_stale_temps(path):
+    """Temporary files a killed writer of *path* left; callers hold the
+    install lock, so no live writer owns them."""
+    folder, name = os.path.split(path)
     for stale in glob.glob(os.path.join(glob.escape(folder),
                                         ".%s.*.tmp" % glob.escape(name))):
         _discard(stale)
@@ -100,6 +102,7 @@ def _sync_dir(folder):
 
 def remove(path):
     """Remove a file; False if it was not there."""
+    discard_stale_temps(path)
     try:
         os.unlink(path)
     except FileNotFoundError:

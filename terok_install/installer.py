@@ -178,6 +178,7 @@ def _write_files(layout, result, entry, created):
 
 
 def _register(record, entry, conf, layout, lower, result):
+    fsutil.discard_stale_temps(conf)
     registered = containers_conf.hooks_dirs_of(conf) or []
     if layout.hooks_dir in registered and entry["conf"]:
         return

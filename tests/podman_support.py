@@ -284,6 +284,12 @@ class UserInstall:
     def install(self):
         return self.cli("install", "--sandbox-bin", str(self.sandbox_bin))
 
+    repair = install
+
+    @property
+    def state_root(self):
+        return self.user.state_root
+
     def uninstall(self):
         return self.cli("uninstall")
 
@@ -396,6 +402,11 @@ class SystemPackage:
 
     def status(self):
         return _run_as_root(INSTALLER, "status")
+
+    def repair(self):
+        return _run_as_root(INSTALLER, "install")
+
+    state_root = Path(SYSTEM_STATE_ROOT)
 
     def restore(self):
         try:

@@ -8,6 +8,7 @@ the staging live in podman_support.
 """
 
 import re
+import shutil
 
 import pytest
 
@@ -179,6 +180,22 @@ class Flow:
                                "echo", "started")
         assert (done.returncode, done.stdout) == (0, "started\n"), \
             done.stderr
+
+    def test_deleted_state_root_keeps_containers_starting(self,
+                                                          podman_user):
+        user = podman_user
+        shutil.rmtree(self.under_test.state_root)
+        sidecar = user.write_sidecar()
+        done = user.podman_run("--rm", *annotation(sidecar), ps.IMAGE,
+                               "echo", "started")
+        assert (done.returncode, done.stdout) == (0, "started\n"), \
+            done.stderr
+        assert self.under_test.status().returncode == 1
+        done = self.under_test.repair()
+        assert done.returncode == 0, done.stderr
+        assert self.under_test.status().returncode == 0
+        cid = run_detached(user, sidecar)
+        supervised(user, cid)
 
     def test_removed_install_leaves_containers_as_before(
             self, podman_user):
