@@ -68,7 +68,7 @@ def main(argv, stdin):
     root = sidecar_root(sidecar)
     if root is None:
         log("%s: annotation %r is not <root>/sidecar/<file>; ignored"
-            % (stage, sidecar))
+            % (stage, sidecar[:200]))
         return
     logs = os.path.join(root, "logs")
     if stage == "createRuntime":
