@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from procfs import pids_mentioning
+
 REPO = Path(__file__).resolve().parent.parent
 STAND_IN = REPO / "tests" / "stand_in" / "terok-sandbox"
 CID = "0123456789abcdef" * 4
@@ -101,48 +103,13 @@ def wait_for(predicate, timeout_s=10, what="condition"):
         time.sleep(0.02)
 
 
-def alive(pid):
-    """True while *pid* runs; a zombie counts as gone."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2:][:1] not in (b"Z", b"X")
-
-
-def group_pids(pgid):
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            found.append(int(name))
-    return found
-
-
 def kill_processes_mentioning(text):
     """SIGKILL every process whose argv names *text* (a test's tmp_path)."""
-    needle = os.fsencode(str(text))
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
+    for pid in pids_mentioning(text):
         try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                argv = f.read()
+            os.kill(pid, signal.SIGKILL)
         except OSError:
-            continue
-        if needle in argv:
-            try:
-                os.kill(int(name), signal.SIGKILL)
-            except OSError:
-                pass
+            pass
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import REPO, alive, wait_for
-from podman_support import pids_mentioning
+from conftest import REPO, wait_for
+from procfs import alive, pids_mentioning
 
 TEST_USER = "terok-panic-test"
 SLEEP = "import sys, time; time.sleep(120)"
@@ -106,15 +106,6 @@ def quietly(func, *args):
         func(*args)
     except OSError:
         pass
-
-
-def zombie(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2:][:1] == b"Z"
 
 
 def still_running(pids):

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procfs import pids_mentioning
+
 USER = "terok-e2e"
 IMAGE = "localhost/terok-e2e-bb:latest"
 RUN_FLAGS = ("--runtime", "runc", "--network", "none")
@@ -164,33 +166,6 @@ def read_record(root, cid):
     """What the stand-in recorded when it ran for container *cid*."""
     with open(Path(root) / "standin" / ("%s.json" % cid)) as f:
         return json.load(f)
-
-
-def alive(pid):
-    """True while *pid* runs; a zombie has exited."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
-
-
-def pids_mentioning(*texts):
-    """Live processes whose argv holds every one of *texts*, ours excluded."""
-    needles = [t.encode() for t in texts]
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                argv = f.read()
-        except OSError:
-            continue
-        if all(n in argv for n in needles) and alive(int(name)):
-            found.append(int(name))
-    return sorted(found)
 
 
 def read_pid_file(root, cid):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import CID, STAND_IN, alive, group_pids, wait_for
+from conftest import CID, STAND_IN, wait_for
+from procfs import alive, group_pids, pids_mentioning
 
 
 def start(t, sidecar, cid=CID, pid=None, **kw):
@@ -73,24 +74,11 @@ def test_poststop_ends_stray_children_in_other_sessions(installed):
         body={"standin": {"children": 2, "detach_children": True}})
     start(installed, sidecar)
     installed.standin_record()
-    wait_for(lambda: len(children_of(CID)) == 2, what="children")
-    strays = children_of(CID)
+    wait_for(lambda: len(pids_mentioning(CID, "supervise-child")) == 2,
+             what="children")
+    strays = pids_mentioning(CID, "supervise-child")
     stop(installed, sidecar)
     assert not [p for p in strays if alive(p)]
-
-
-def children_of(cid):
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"supervise-child" in argv and cid.encode() in argv:
-            if alive(int(name)):
-                found.append(int(name))
-    return found
 
 
 def test_poststop_never_signals_a_recycled_pid(installed):

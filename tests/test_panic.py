@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import panic_support as ps
-from conftest import REPO, alive, wait_for
+from conftest import REPO, wait_for
+from procfs import alive, zombie
 from terok_install import panic
 from terok_install.panic import kill_all_supervisors
 
@@ -133,7 +134,7 @@ def test_group_of_a_dead_leader_is_killed(installed, decoys, reap):
     if reap:
         leader.wait()
     else:
-        wait_for(lambda: ps.zombie(leader.pid), what="a zombie leader")
+        wait_for(lambda: zombie(leader.pid), what="a zombie leader")
     cid = ps.new_cid()
     path = ps.write_pid_file(installed.state_root, cid, "%d" % leader.pid)
     rows = kill_all_supervisors(state_roots=[str(installed.state_root)])

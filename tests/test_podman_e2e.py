@@ -13,6 +13,7 @@ import shutil
 import pytest
 
 import podman_support as ps
+from procfs import alive
 
 _reason = ps.skip_reason()
 if _reason:
@@ -53,7 +54,7 @@ def pid_file(user, cid):
 
 
 def wait_gone(pids, what):
-    ps.wait_for(lambda: not any(ps.alive(p) for p in pids), what, GONE_S)
+    ps.wait_for(lambda: not any(alive(p) for p in pids), what, GONE_S)
 
 
 def wait_nothing_runs_for(cid):
@@ -94,7 +95,7 @@ class Flow:
         assert record["argv"] == ["terok-sandbox", "supervisor", cid,
                                   str(sidecar), str(init_pid(user, cid))]
         assert record["pgid"] == group
-        assert ps.alive(group) and ps.alive(record["pid"])
+        assert alive(group) and alive(record["pid"])
 
     @pytest.mark.parametrize("detach", [False, True],
                              ids=["children-in-group", "children-detached"])
@@ -122,7 +123,7 @@ class Flow:
             "a fresh supervisor")
         assert ps.read_pid_file(user.state_root, cid) not in (group, None)
         assert again["argv"][4] == str(init_pid(user, cid))
-        assert ps.alive(again["pid"])
+        assert alive(again["pid"])
 
     def test_rm_force_leaves_nothing(self, podman_user):
         user = podman_user
