@@ -208,18 +208,23 @@ def find_sandbox_bin(env, home, exe_dir):
 
 # --- processes -----------------------------------------------------------
 
-def read_argv(pid, proc=PROC):
-    """A process's argv as bytes, or None if it is gone or a kernel thread."""
+def _read_proc(proc, pid, name, limit):
+    """The bytes of ``<proc>/<pid>/<name>``, or None if the process is gone."""
     try:
-        fd = os.open("%s/%d/cmdline" % (proc, pid), os.O_RDONLY)
+        fd = os.open("%s/%d/%s" % (proc, pid, name), os.O_RDONLY)
     except OSError:
         return None
     try:
-        data = os.read(fd, 1 << 16)
+        return os.read(fd, limit)
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def read_argv(pid, proc=PROC):
+    """A process's argv as bytes, or None if it is gone or a kernel thread."""
+    data = _read_proc(proc, pid, "cmdline", 1 << 16)
     if not data:
         return None
     return data.rstrip(b"\0").split(b"\0")
@@ -227,16 +232,9 @@ def read_argv(pid, proc=PROC):
 
 def read_stat(pid, proc=PROC):
     """(state letter, process group) of a process, or None if it is gone."""
-    try:
-        fd = os.open("%s/%d/stat" % (proc, pid), os.O_RDONLY)
-    except OSError:
+    data = _read_proc(proc, pid, "stat", 4096)
+    if data is None:
         return None
-    try:
-        data = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     # The command name may hold spaces and parentheses; fields follow the
     # last ')'.
     fields = data[data.rfind(b")") + 2:].split()
