@@ -17,6 +17,9 @@ from terok_install.errors import UnsafePathError, WriteError
 
 log = logging.getLogger(__name__)
 
+_FIX = ("Free space or fix permissions or mounts there, then run the "
+        "command again")
+
 
 def read_bytes(path):
     try:
@@ -59,8 +62,8 @@ def atomic_write(path, data, mode=0o644, upto=None):
         os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
-        raise WriteError("cannot write %s: %s; nothing there was changed"
-                         % (path, exc.strerror or exc)) from None
+        raise WriteError("cannot write %s: %s; nothing there was changed. "
+                         "%s" % (path, exc.strerror or exc, _FIX)) from None
     _sync_dir(folder)
     return True
 
@@ -108,8 +111,8 @@ def remove(path):
     except FileNotFoundError:
         return False
     except OSError as exc:
-        raise WriteError("cannot remove %s: %s" % (path, exc.strerror)) \
-            from None
+        raise WriteError("cannot remove %s: %s. %s"
+                         % (path, exc.strerror, _FIX)) from None
     return True
 
 
@@ -128,8 +131,8 @@ def make_dirs(path, mode=0o755):
         except FileExistsError:
             continue
         except OSError as exc:
-            raise WriteError("cannot create %s: %s" % (folder, exc.strerror)) \
-                from None
+            raise WriteError("cannot create %s: %s. %s"
+                             % (folder, exc.strerror, _FIX)) from None
         made.append(folder)
     return made
 

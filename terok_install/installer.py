@@ -76,6 +76,7 @@ def _roll_back(created, record, entry, known):
             record.save()
         except InstallError as exc:
             log.warning("%s", exc)
+        fsutil.remove_empty_dirs([os.path.dirname(record.path)])
 
 
 def _removal_order(path):

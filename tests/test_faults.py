@@ -1,5 +1,6 @@
 """Faults that must lose nothing: full disks, races, interruptions."""
 
+import contextlib
 import json
 import os
 import random
@@ -10,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import CID, STAND_IN, alive
+from conftest import CID, STAND_IN
+from procfs import alive
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="mounting a tmpfs needs root")
@@ -120,16 +122,35 @@ def test_interrupted_installs_converge(terok, counts):
     assert terok.conf.read_text() == original
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
-def test_unwritable_containers_conf_folder_leaves_nothing(terok):
-    terok.conf.parent.mkdir(parents=True)
-    os.chmod(terok.conf.parent, 0o555)
+@contextlib.contextmanager
+def unwritable(folder):
+    """*folder* exists and nobody may write it: root ignores file modes, so
+    for root it is a read-only tmpfs."""
+    folder.mkdir(parents=True)
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=16k",
+                        "tmpfs", str(folder)], check=True)
+    else:
+        os.chmod(folder, 0o555)
     try:
-        proc = terok.cli("install", "--sandbox-bin", str(STAND_IN))
+        yield
     finally:
-        os.chmod(terok.conf.parent, 0o755)
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+        else:
+            os.chmod(folder, 0o755)
+
+
+def test_unwritable_containers_conf_folder_rolls_back(terok):
+    """The descriptors are written before the registration fails, so the
+    failed first install must take them away again."""
+    with unwritable(terok.conf.parent):
+        proc = terok.cli("install", "--sandbox-bin", str(STAND_IN))
     assert proc.returncode == 1
+    assert str(terok.conf) in proc.stderr and "Traceback" not in proc.stderr
     assert not list(terok.tmp.glob("**/*.json"))
+    assert not terok.state_root.exists()
+    assert not terok.record.parent.exists()
 
 
 def test_deleted_state_root_is_reported_and_repaired(installed):
