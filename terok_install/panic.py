@@ -428,8 +428,9 @@ def summary(targets):
     if not targets:
         return "terok-panic: no supervisor found"
     if failed:
-        return ("terok-panic: %d of %d target(s) may still run"
-                % (failed, len(targets)))
+        return ("terok-panic: %d of %d target(s) may still run; see the "
+                "FAILED lines, and run terok-panic again as root for "
+                "other users' supervisors" % (failed, len(targets)))
     return ("terok-panic: %d target(s) handled, none left running"
             % len(targets))
 
