@@ -9,9 +9,9 @@ the group is what is left of ours, since the kernel hands out no pid while a
 group of that number lives. Root reaches every user's supervisors; a user
 reaches their own.
 
-It is an emergency stop, so it reads each process's argv once in a single
-pass over /proc, sends every SIGKILL first and then waits for all targets
-together. Zombies count as gone: an init that reaps lazily must not make a
+It is an emergency stop, so it reads each process's stat at most once and
+argv only where a pid file does not already account for the process,
+sends every SIGKILL first and then waits for all targets together. Zombies count as gone: an init that reaps lazily must not make a
 finished group look alive. Only the standard library and the hook helper
 are imported, because this module also runs from a zip under
 ``python3 -I -S``; argparse and json load only when a flag needs them.
@@ -59,24 +59,27 @@ class Target:
 
 
 class Scan:
-    """One pass over /proc: every argv read once, stats read on demand."""
+    """One pass over /proc: each stat and argv read at most once, on demand."""
 
     def __init__(self, proc):
         self.proc = proc
         self.pids = st.list_pids(proc)
-        me = os.getpid()
-        self.argv = {}
-        for pid in self.pids:
-            argv = st.read_argv(pid, proc) if pid != me else None
-            if argv:
-                self.argv[pid] = argv
+        self._me = os.getpid()
         self._stats = {}
+        self._argv = {}
         self._groups = None
 
     def stat(self, pid):
         if pid not in self._stats:
             self._stats[pid] = st.read_stat(pid, self.proc)
         return self._stats[pid]
+
+    def argv(self, pid):
+        """*pid*'s argv as bytes; None for us, kernel threads and the gone."""
+        if pid not in self._argv:
+            self._argv[pid] = (st.read_argv(pid, self.proc)
+                               if pid != self._me else None)
+        return self._argv[pid]
 
     def alive(self, pid):
         stat = self.stat(pid)
@@ -86,9 +89,8 @@ class Scan:
         """Running members of group *pgid* other than us, as first seen."""
         if self._groups is None:
             self._groups = {}
-            me = os.getpid()
             for pid in self.pids:
-                if pid != me and self.alive(pid):
+                if pid != self._me and self.alive(pid):
                     self._groups.setdefault(self.stat(pid)[1], []).append(pid)
         return self._groups.get(pgid, [])
 
@@ -208,7 +210,7 @@ def judge_pid_file(target, scan, wrappers):
 
 
 def judge_live_leader(target, pgid, scan, wrappers):
-    argv = scan.argv.get(pgid)
+    argv = scan.argv(pgid)
     cid = target.cid.encode()
     if st.wrapper_container(argv, wrappers) == cid:
         group = scan.stat(pgid)[1] == pgid
@@ -258,18 +260,24 @@ def orphan_targets(scan, wrappers, targets, is_root):
 
 
 def orphans(scan, wrappers, covered, is_root):
-    """(pid, pgid, container id) of each of ours that runs uncovered."""
+    """(pid, pgid, container id) of each of ours that runs uncovered.
+
+    Only processes outside the covered groups have their argv read: the
+    groups that pid files name hold most of the processes, and a stat
+    read comes first anyway, for the members of what is killed.
+    """
     uid = os.geteuid()
     found = []
-    for pid, argv in scan.argv.items():
-        cid = st.wrapper_container(argv, wrappers) or st.child_container(
-            argv)
-        if cid is None or pid <= 1 or not scan.alive(pid):
+    for pid in scan.pids:
+        if pid <= 1 or pid in covered or not scan.alive(pid):
             continue
         pgid = scan.stat(pid)[1]
-        if pgid in covered or pid in covered:
+        if pgid in covered:
             continue
-        if is_root or scan.owner(pid) == uid:
+        argv = scan.argv(pid)
+        cid = st.wrapper_container(argv, wrappers) or st.child_container(
+            argv)
+        if cid is not None and (is_root or scan.owner(pid) == uid):
             found.append((pid, pgid, _cid_text(cid)))
     return found
 
