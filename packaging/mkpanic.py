@@ -1,9 +1,14 @@
-"""Build ``terok-panic``: a zip of the panic path behind a shebang line.
+"""Build ``terok-panic``: the panic path as a zip behind a two-line launcher.
 
-Python runs a zip given as its script through zipimport, so the file runs
-under ``-I -S`` without unpacking anything and with the standard library
-alone. The shebang spells them ``-IS``: Linux hands everything after the
-interpreter over as one argument, and python rejects ``"-I -S"``.
+The file is a shell script and a zip at once. ``/bin/sh`` reads only its
+first lines, which exec ``python3 -I -S -c`` with an import of the panic
+module from the file itself: zipimport needs no unpacking, and unlike
+``python3 file.zip`` it skips runpy, whose imports cost about as much as
+the interpreter's own start. Everything after those lines is a here-document
+to the shell (so ``sh -n`` and lintian accept the file), which ends in the
+zip's comment; zipimport finds the archive however much precedes it.
+``python3 -I -S terok-panic`` still works and runs ``__main__.py``.
+
 Entries are sorted and dated ``SOURCE_DATE_EPOCH`` so that two builds of
 one commit are byte-identical. Each module also gets bytecode for the
 building interpreter, which zipimport uses instead of compiling on every
@@ -12,12 +17,19 @@ emergency; another Python version falls back to the source.
 Usage: mkpanic.py SRC_DIR OUTPUT
 """
 
+import io
 import os
 import sys
 import time
 import zipfile
 
-SHEBANG = b"#!/usr/bin/python3 -IS\n"
+END = b"END_OF_TEROK_PANIC_ZIP"
+ENTRY = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from terok_install.panic import main; sys.exit(main(sys.argv[2:]))")
+LAUNCHER = b"""#!/bin/sh
+exec /usr/bin/python3 -I -S -c '%s' "$0" "$@"
+: <<'%s'
+""" % (ENTRY.encode(), END)
 MODULES = (
     "terok_install/__init__.py",
     "terok_install/hooks/__init__.py",
@@ -30,9 +42,22 @@ ZIP_EPOCH = 315532800  # 1980-01-01, the earliest date a zip can hold
 
 def entry(name, epoch):
     info = zipfile.ZipInfo(name, time.gmtime(max(epoch, ZIP_EPOCH))[:6])
-    info.compress_type = zipfile.ZIP_DEFLATED
+    info.compress_type = zipfile.ZIP_STORED
     info.external_attr = 0o100644 << 16
     return info
+
+
+def archive(files, epoch):
+    """The zip of *files*, its comment closing the shell's here-document."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        for name in sorted(files):
+            out.writestr(entry(name, epoch), files[name])
+        out.comment = b"\n" + END + b"\n"
+    data = buffer.getvalue()
+    if data.count(b"\n" + END + b"\n") != 1:
+        sys.exit("mkpanic.py: the zip holds the here-document's end marker")
+    return data
 
 
 def build(src, output, epoch):
@@ -47,10 +72,7 @@ def build(src, output, epoch):
             sys.exit("mkpanic.py: %s is missing" % name)
         files[name + "c"] = compiled(files[name], name, check_source=False)
     with open(output, "wb") as out:
-        out.write(SHEBANG)
-        with zipfile.ZipFile(out, "w") as archive:
-            for name in sorted(files):
-                archive.writestr(entry(name, epoch), files[name])
+        out.write(LAUNCHER + archive(files, epoch))
     os.chmod(output, 0o755)
 
 

@@ -147,14 +147,18 @@ def test_zipapp_is_small_and_pure_python(dist):
     assert "site-packages/bin/prune_cache.py" in names
 
 
-def test_terok_panic_is_a_stdlib_zip(dist):
+def test_terok_panic_is_a_launcher_and_a_stdlib_zip(dist):
     data = dist.panic.read_bytes()
-    assert data.startswith(b"#!/usr/bin/python3 -IS\n")
+    assert data.startswith(b"#!/bin/sh\nexec /usr/bin/python3 -I -S -c ")
     assert os.access(dist.panic, os.X_OK)
     with zipfile.ZipFile(dist.panic) as z:
         assert z.namelist() == PANIC_ENTRIES
-    proc = ps.run([str(dist.panic), "--version"])
-    assert proc.stdout.strip() == "terok-panic " + dist.version
+    # What lintian's shell syntax check runs: the zip is a here-document.
+    ps.run(["dash", "-n", str(dist.panic)])
+    for argv in ([str(dist.panic)], ["/usr/bin/python3", "-I", "-S",
+                                     str(dist.panic)]):
+        proc = ps.run(argv + ["--version"])
+        assert proc.stdout.strip() == "terok-panic " + dist.version
 
 
 def test_build_is_reproducible(dist, tmp_path):

@@ -221,13 +221,14 @@ def test_bad_pid_file_is_removed_and_reported(installed, monkeypatch, capsys,
     (["--bogus"], 2, "unrecognized arguments: --bogus"),
     (["-q", "extra"], 2, "unrecognized arguments: extra"),
 ])
+@pytest.mark.parametrize("how", ["launcher", "python -I -S"])
 def test_zip_answers_usage_under_isolated_mode(stage, tmp_path, flags, code,
-                                               text):
+                                               text, how):
     env = {"PATH": "/usr/bin:/bin", "TEROK_SANDBOX_STATE_DIR": str(tmp_path),
            "TEROK_INSTALL_RECORD": str(tmp_path / "none.json")}
-    done = subprocess.run([sys.executable, "-I", "-S", str(stage.zip),
-                           *flags], env=env, capture_output=True, text=True,
-                          cwd=tmp_path)
+    head = [sys.executable, "-I", "-S"] if how != "launcher" else []
+    done = subprocess.run([*head, str(stage.zip), *flags], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == code
     assert text in done.stdout + done.stderr
 
@@ -257,7 +258,7 @@ def test_read_only_pids_folder_still_kills(stage, someone):
         made.append(who.start_tree(stage.system, root, {"children": 1}))
         tree = ps.wait_tree(made[0], 1)
         (root / "pids").chmod(0o555)
-        done = who.run([who.python, "-I", "-S", str(stage.zip)],
+        done = who.run([str(stage.zip)],
                        env={"TEROK_SANDBOX_STATE_DIR": str(root),
                             "TEROK_INSTALL_RECORD": str(stage.record)})
         out = done.stdout.decode()
@@ -300,9 +301,8 @@ def test_root_reaches_supervisors_in_users_homes(stage, someone, tmp_path,
         who.own(who.home / ".local")
         env = {"PATH": "/usr/bin:/bin", "TEROK_INSTALL_RECORD": str(record),
                "TEROK_SANDBOX_STATE_DIR": str(tmp_path / "root-state")}
-        done = subprocess.run([sys.executable, "-I", "-S", str(stage.zip)],
-                              env=env, capture_output=True, text=True,
-                              timeout=20)
+        done = subprocess.run([str(stage.zip)], env=env,
+                              capture_output=True, text=True, timeout=20)
         assert done.returncode == (0 if killed else 1), done.stdout
         assert bool(ps.still_running(tree)) != killed
         assert ps.pid_file(root, made[0]).exists() != killed
