@@ -9,8 +9,9 @@ to the shell (so ``sh -n`` and lintian accept the file), which ends in the
 zip's comment; zipimport finds the archive however much precedes it.
 ``python3 -I -S terok-panic`` still works and runs ``__main__.py``.
 
-Entries are sorted and dated ``SOURCE_DATE_EPOCH`` so that two builds of
-one commit are byte-identical. Each module also gets bytecode for the
+Entries are stored, not deflated, so an emergency inflates nothing; they
+are sorted and dated ``SOURCE_DATE_EPOCH`` so that two builds of one
+commit are byte-identical. Each module also gets bytecode for the
 building interpreter, which zipimport uses instead of compiling on every
 emergency; another Python version falls back to the source.
 
