@@ -33,14 +33,16 @@ _FAST_FLAGS = {"--json": "json", "-q": "quiet", "--quiet": "quiet"}
 class Target:
     """One row: a pid file or a container's orphans, and what befell it."""
 
-    __slots__ = ("cid", "pid_file", "groups", "pids", "members", "notes",
-                 "error")
+    __slots__ = ("cid", "pid_file", "aimed", "groups", "pids", "refused",
+                 "members", "notes", "error")
 
     def __init__(self, cid, pid_file=None, note=None):
         self.cid = cid
         self.pid_file = pid_file
-        self.groups = []
+        self.aimed = []  # (group or pid, is a group) judged ours, not signalled
+        self.groups = []  # signalled
         self.pids = []
+        self.refused = []  # ours, but a group we must never signal
         self.members = []
         self.notes = [note] if note else []
         self.error = None
@@ -206,15 +208,14 @@ def judge_pid_file(target, scan, wrappers):
                     "uid %d, who owns its pid file; not signalled"
                     % (pgid, owner))
     else:
-        target.groups.append(pgid)
+        target.aimed.append((pgid, True))
 
 
 def judge_live_leader(target, pgid, scan, wrappers):
     argv = scan.argv(pgid)
     cid = target.cid.encode()
     if st.wrapper_container(argv, wrappers) == cid:
-        group = scan.stat(pgid)[1] == pgid
-        (target.groups if group else target.pids).append(pgid)
+        target.aimed.append((pgid, scan.stat(pgid)[1] == pgid))
     elif st.wrapper_container(argv, _wrapper_like(argv)) == cid:
         # Ours in all likelihood, but from an install we cannot vouch for:
         # keep the pid file and say so rather than lose track of it.
@@ -243,7 +244,7 @@ def _why(exc):
 
 def orphan_targets(scan, wrappers, targets, is_root):
     """Targets for our wrappers and service children no pid file covers."""
-    covered = {p for t in targets for p in t.groups + t.pids}
+    covered = {p for t in targets for p in t.groups + t.pids + t.refused}
     found = orphans(scan, wrappers, covered, is_root)
     leaders = {pid for pid, pgid, _ in found if pid == pgid}
     by_cid = {t.cid: t for t in targets if t.cid != NO_ID}
@@ -255,7 +256,7 @@ def orphan_targets(scan, wrappers, targets, is_root):
         if target is None:
             target = by_cid[cid] = Target(cid, note="no pid file")
             new.append(target)
-        (target.groups if pid == pgid else target.pids).append(pid)
+        target.aimed.append((pid, pid == pgid))
     return new
 
 
@@ -289,26 +290,23 @@ def _cid_text(raw):
 
 # --- killing -----------------------------------------------------------------
 
-def plan(target, scan):
-    """Drop the groups we must never signal; note whom to wait for."""
-    allowed = []
-    for pgid in target.groups:
-        if pgid <= 1 or pgid == os.getpgrp():
+def strike(target, scan, kill):
+    """Signal what *target* aims at, except what must never be signalled."""
+    aimed, target.aimed = target.aimed, []
+    for number, is_group in aimed:
+        if is_group and (number <= 1 or number == os.getpgrp()):
+            target.refused.append(number)
             target.fail("process group %d is terok-panic's own or the "
-                        "system's; not signalled" % pgid)
-        else:
-            allowed.append(pgid)
-            target.members += scan.members(pgid)
-    target.groups = allowed
-    target.pids = [p for p in target.pids if p > 1 and p != os.getpid()]
-    target.members += [p for p in target.pids if p not in target.members]
-
-
-def fire(target, kill):
-    for pgid in target.groups:
-        _send(target, kill, -pgid, "process group %d" % pgid)
-    for pid in target.pids:
-        _send(target, kill, pid, "pid %d" % pid)
+                        "system's; not signalled" % number)
+        elif is_group:
+            target.groups.append(number)
+            target.members += scan.members(number)
+            _send(target, kill, -number, "process group %d" % number)
+        elif number > 1 and number != os.getpid():
+            target.pids.append(number)
+            if number not in target.members:
+                target.members.append(number)
+            _send(target, kill, number, "pid %d" % number)
 
 
 def _send(target, kill, pid, what):
@@ -365,11 +363,11 @@ def sweep(proc=st.PROC, state_roots=None, kill=os.kill):
     for target in targets:
         if target.pid_file:
             judge_pid_file(target, scan, wrappers)
+        strike(target, scan, kill)
+    # Orphans are looked for while the groups that pid files name die.
     targets += orphan_targets(scan, wrappers, targets, is_root)
     for target in targets:
-        plan(target, scan)
-    for target in targets:
-        fire(target, kill)
+        strike(target, scan, kill)
     settle(targets, proc)
     for target in targets:
         remove_pid_file(target)
