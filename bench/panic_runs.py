@@ -15,15 +15,42 @@ from timing import Failed
 SIZES = (1, 10, 40, 100, 1000)
 TRUSTED_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 REAL_TREES = 10
+# The least any killer does: read the pid files, SIGKILL each group, remove
+# the file, wait until no member runs. No guards, no /proc argv, no output.
+FLOOR = r"""
+import os, time
+pids = os.path.join(os.environ["TEROK_SANDBOX_STATE_DIR"], "pids")
+groups = set()
+for name in os.listdir(pids):
+    path = os.path.join(pids, name)
+    with open(path) as f:
+        pgid = int(f.read())
+    os.killpg(pgid, 9)
+    os.unlink(path)
+    groups.add(pgid)
+def running():
+    for name in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in (b"Z", b"X") and int(fields[2]) in groups:
+            return True
+    return False
+while running():
+    time.sleep(0.0002)
+"""
 
 
 class Panic:
     """One way to start terok-panic: the zip through its shebang line, or
     the module. *args* are what follows the interpreter."""
 
-    def __init__(self, name, args, env=None, script=None):
+    def __init__(self, name, args, env=None, script=None, title=None):
         self.name, self.args, self.script = name, args, script
         self.env = env or {}
+        self.title = title
 
     def argv(self, flags=()):
         return [timing.PYTHON, *flags, *self.args]
@@ -91,7 +118,15 @@ class Scene:
         return seconds
 
 
+def floor():
+    """The bare killer, to show what the kernel's part alone costs."""
+    return Panic("bare killer", ["-I", "-S", "-c", FLOOR],
+                 title="bare killer (pid files, killpg, wait)")
+
+
 def label(panic, count, crowd):
+    if panic.title:
+        return "%s, %d trees" % (panic.title, count)
     text = "terok-panic, %d tree%s" % (count, "" if count == 1 else "s")
     if crowd:
         text += ", +%d processes" % crowd

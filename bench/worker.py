@@ -89,7 +89,7 @@ class Worker:
             yield panic_runs.no_panic(str(exc))
             return None
         yield from rows
-        for other in self.panics[1:]:
+        for other in self.panics[1:] + [panic_runs.floor()]:
             yield attempt("terok-panic (%s)" % other.name,
                           lambda: self.one_size(other, 40))
         yield self.hook_or_skip("terok-panic, real trees",
