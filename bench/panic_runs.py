@@ -135,8 +135,9 @@ def label(panic, count, crowd):
     return text
 
 
-def size_rows(scene, panic, reps, crowd=0, quiet=None):
-    """A row per tree count; *quiet* holds medians without the crowd."""
+def size_rows(scene, panic, reps, crowd=0, quiet=None, half=None):
+    """A row per tree count; *quiet* holds medians without the crowd and
+    *half* the median at 40 trees with half of it."""
     scene.once(panic, 1)
     rows, medians = [], {}
     for count in SIZES:
@@ -146,6 +147,9 @@ def size_rows(scene, panic, reps, crowd=0, quiet=None):
         rows.append(timed(label(panic, count, crowd), times, base))
     for row, count in zip(rows, SIZES):
         judge(row, count, medians, quiet)
+    if quiet and half:
+        judge_crowd(rows[SIZES.index(40)], medians[40], half, quiet[40],
+                    crowd)
     return rows, medians
 
 
@@ -168,6 +172,18 @@ def judge(row, count, medians, quiet):
         row["target"] = "linear"
         row["check"] = check("per-tree cost at 1000 / at 100",
                              per_tree[count] / per_tree[100], 1.5)
+
+
+def judge_crowd(row, full, half, quiet, crowd):
+    """Is panic's cost linear in the processes on the host?"""
+    per_full = (full - quiet) / crowd
+    per_half = (half - quiet) / (crowd // 2)
+    row["note"] += "; %.1f us per process (%.1f us with %d)" % (
+        per_full * 1e6, per_half * 1e6, crowd // 2)
+    if per_half > 0:
+        row["target"] = "linear in processes"
+        row["check"] = check("per-process cost at %d / at %d"
+                             % (crowd, crowd // 2), per_full / per_half, 1.5)
 
 
 def _per_tree(medians):

@@ -107,11 +107,16 @@ class Crowd:
 
     def __init__(self, count):
         self.pgid = 0
+        self.count = 0
+        self.grow(count)
+
+    def grow(self, count):
+        """Start *count* more."""
         for _ in range(count):
             pid = os.posix_spawn(BYSTANDER[0], BYSTANDER, {},
                                  file_actions=_QUIET, setpgroup=self.pgid)
             self.pgid = self.pgid or pid
-        self.count = count
+        self.count += count
 
     def close(self):
         if self.pgid:

@@ -115,15 +115,23 @@ class Worker:
     def panic_reps(self, count):
         return self.reps("panic-1000" if count >= 1000 else "panic")
 
-    def one_size(self, panic, count):
+    def one_size(self, panic, count, crowd=0):
         times, base = timing.interleave(
             self.reps("panic"), lambda: self.scene.once(panic, count))
-        return timed(panic_runs.label(panic, count, 0), times, base)
+        return timed(panic_runs.label(panic, count, crowd), times, base)
 
     def busy_rows(self, quiet):
         say("starting %d unrelated processes" % CROWD)
-        crowd = trees.Crowd(CROWD)
+        crowd = trees.Crowd(CROWD // 2)
         try:
+            half = None
+            if quiet:
+                row = attempt("terok-panic, +%d processes" % crowd.count,
+                              lambda: self.one_size(self.panics[0], 40,
+                                                    crowd.count))
+                yield row
+                half = row.get("median_s")
+            crowd.grow(CROWD - crowd.count)
             if "poststop" in self.wanted:
                 yield self.hook_or_skip(
                     "poststop reap, cooperative, +%d processes" % CROWD,
@@ -134,7 +142,7 @@ class Worker:
             if quiet:
                 rows, _ = panic_runs.size_rows(
                     self.scene, self.panics[0], self.panic_reps, CROWD,
-                    quiet)
+                    quiet, half)
                 yield from rows
         finally:
             crowd.close()
