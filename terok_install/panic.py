@@ -10,11 +10,13 @@ group of that number lives. Root reaches every user's supervisors; a user
 reaches their own.
 
 It is an emergency stop, so it reads each process's stat at most once and
-argv only where a pid file does not already account for the process,
-sends every SIGKILL first and then waits for all targets together. Zombies count as gone: an init that reaps lazily must not make a
-finished group look alive. Only the standard library and the hook helper
-are imported, because this module also runs from a zip under
-``python3 -I -S``; argparse and json load only when a flag needs them.
+its argv only where no pid file accounts for it, signals each pid file's
+group as soon as it is judged, looks for orphans while those groups die,
+and then waits for all targets together. Zombies count as gone: an init
+that reaps lazily must not make a finished group look alive. Only the
+standard library and the hook helper are imported, because this module
+also runs from a zip under ``python3 -I -S``; argparse and json load only
+when a flag needs them.
 """
 
 import os
@@ -39,10 +41,10 @@ class Target:
     def __init__(self, cid, pid_file=None, note=None):
         self.cid = cid
         self.pid_file = pid_file
-        self.aimed = []  # (group or pid, is a group) judged ours, not signalled
+        self.aimed = []  # (number, is a group): ours, not yet signalled
         self.groups = []  # signalled
         self.pids = []
-        self.refused = []  # ours, but a group we must never signal
+        self.refused = []  # ours, but groups we must never signal
         self.members = []
         self.notes = [note] if note else []
         self.error = None
@@ -61,7 +63,7 @@ class Target:
 
 
 class Scan:
-    """One pass over /proc: each stat and argv read at most once, on demand."""
+    """What /proc said: each stat and argv read at most once, on demand."""
 
     def __init__(self, proc):
         self.proc = proc
