@@ -70,13 +70,24 @@ class Scan:
         self.pids = st.list_pids(proc)
         self._me = os.getpid()
         self._stats = {}
+        self._unreadable = {}
         self._argv = {}
         self._groups = None
 
     def stat(self, pid):
+        """(state, pgid); None if gone or if /proc cannot tell (see why)."""
         if pid not in self._stats:
-            self._stats[pid] = st.read_stat(pid, self.proc)
+            try:
+                self._stats[pid] = st.read_stat(pid, self.proc)
+            except OSError as exc:
+                self._stats[pid] = None
+                self._unreadable[pid] = exc.strerror or str(exc)
         return self._stats[pid]
+
+    def why_unreadable(self, pid):
+        """Why /proc could not tell *pid*'s state, or None."""
+        self.stat(pid)
+        return self._unreadable.get(pid)
 
     def argv(self, pid):
         """*pid*'s argv as bytes; None for us, kernel threads and the gone."""
@@ -203,7 +214,11 @@ def judge_pid_file(target, scan, wrappers):
     except (OSError, ValueError) as exc:
         target.notes.append("bad pid file (%s)" % _why(exc))
         return
-    if scan.alive(pgid):
+    why = scan.why_unreadable(pgid)
+    if why:
+        target.fail("cannot read the state of pid %d (%s); not signalled"
+                    % (pgid, why))
+    elif scan.alive(pgid):
         judge_live_leader(target, pgid, scan, wrappers)
     elif owner != os.geteuid() and _foreign(scan, pgid, owner):
         target.fail("process group %d holds processes of users other than "

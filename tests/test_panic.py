@@ -504,6 +504,22 @@ def test_fake_proc_remnant_of_a_dead_leader_is_killed(fake, leader):
     assert fake.state(fake_pid(2)) == "Z"
 
 
+def test_fake_proc_unreadable_leader_is_not_taken_for_dead(fake):
+    """An error reading /proc (here EISDIR) must not pass for the end of a
+    leader, whose group would then be killed without its argv checked."""
+    cid = ps.new_cid()
+    fake.add(fake_pid(1), wrapper_argv(fake.state_root, cid))
+    stat = fake.root / str(fake_pid(1)) / "stat"
+    stat.unlink()
+    stat.mkdir()
+    ps.write_pid_file(fake.state_root, cid, str(fake_pid(1)))
+    [(row_cid, why)] = sweep(fake)
+    assert row_cid == cid
+    assert why.startswith("cannot read the state of pid %d (" % fake_pid(1))
+    assert fake.calls == []
+    assert ps.pid_file(fake.state_root, cid).exists()
+
+
 def _denied(fake):
     fake.denied.add(-fake_pid(1))
     return "not permitted to signal process group %d (EPERM)" % fake_pid(1)

@@ -210,29 +210,38 @@ def find_sandbox_bin(env, home, exe_dir):
 # --- processes -----------------------------------------------------------
 
 def _read_proc(proc, pid, name, limit):
-    """The bytes of ``<proc>/<pid>/<name>``, or None if the process is gone."""
+    """The bytes of ``<proc>/<pid>/<name>``, or None if the process is gone.
+
+    OSError when /proc cannot tell, e.g. with no file descriptor left:
+    that must never pass for a process's end.
+    """
     try:
         fd = os.open("%s/%d/%s" % (proc, pid, name), os.O_RDONLY)
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     try:
         return os.read(fd, limit)
-    except OSError:
+    except ProcessLookupError:  # it exited while we read
         return None
     finally:
         os.close(fd)
 
 
 def read_argv(pid, proc=PROC):
-    """A process's argv as bytes, or None if it is gone or a kernel thread."""
-    data = _read_proc(proc, pid, "cmdline", 1 << 16)
+    """A process's argv as bytes; None if it is gone, a kernel thread, or
+    cannot be read, so that it is never taken for one of ours."""
+    try:
+        data = _read_proc(proc, pid, "cmdline", 1 << 16)
+    except OSError:
+        return None
     if not data:
         return None
     return data.rstrip(b"\0").split(b"\0")
 
 
 def read_stat(pid, proc=PROC):
-    """(state letter, process group) of a process, or None if it is gone."""
+    """(state letter, process group) of a process, or None if it is gone;
+    OSError if /proc cannot tell."""
     data = _read_proc(proc, pid, "stat", 4096)
     if data is None:
         return None
@@ -245,8 +254,12 @@ def read_stat(pid, proc=PROC):
 
 
 def running(pid, proc=PROC):
-    """True while the process exists and has not exited (zombies have)."""
-    stat = read_stat(pid, proc)
+    """True while the process exists and has not exited (zombies have), and
+    whenever /proc cannot tell."""
+    try:
+        stat = read_stat(pid, proc)
+    except OSError:
+        return True
     return stat is not None and stat[0] not in ("Z", "X")
 
 
@@ -302,7 +315,10 @@ def group_members(pgid, pids, proc=PROC):
     """Members of process group *pgid* among *pids* that still run."""
     members = []
     for pid in pids:
-        stat = read_stat(pid, proc)
+        try:
+            stat = read_stat(pid, proc)
+        except OSError:  # its group is unknown; the group signal reaches it
+            continue
         if stat and stat[1] == pgid and stat[0] not in ("Z", "X"):
             members.append(pid)
     return members
@@ -332,7 +348,10 @@ def _sleep_on_pidfds(pids, deadline):
 
 
 def _sleep_on_batch(pids, deadline):
-    import select
+    try:
+        import select
+    except ImportError:  # a shared module that cannot load now (EMFILE)
+        return pids
     fds, unwatched = {}, []
     try:
         for pid in pids:
