@@ -72,6 +72,22 @@ def interleave(reps, subject):
     return times, base
 
 
+def in_turns(reps, subjects):
+    """Time several subjects and the bare interpreter round by round.
+
+    A list of times per subject, then the bare times. The order rotates
+    every round, so that slow spells of the machine (writeback of what
+    earlier rows left, say) fall on each subject alike.
+    """
+    runs = list(subjects) + [bare]
+    times = [[] for _ in runs]
+    for i in range(reps):
+        for k in range(len(runs)):
+            j = (i + k) % len(runs)
+            times[j].append(runs[j]())
+    return times[:-1], times[-1]
+
+
 def median(values):
     return statistics.median(values) if values else None
 
