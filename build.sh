@@ -85,13 +85,18 @@ build_site() {
     # Compiled speedups (each library falls back to pure Python), their
     # sources and stubs, and what depends on the build folder: console
     # scripts naming the venv's python, direct_url.json, and the RECORDs
-    # that list both (and the speedups).
+    # that list both (and the speedups). Then pip's bookkeeping and the
+    # type checkers' markers, which nothing reads at run time and every
+    # first run would unpack: each dist-info keeps METADATA and licences.
     rm -rf "$site/bin"
     find "$site" \( -name __pycache__ -o -name '*.libs' \) -prune \
         -exec rm -rf {} +
     find "$site" -type f \( -name '*.so' -o -name '*.so.*' -o -name '*.c' \
-        -o -name '*.pyi' -o -path '*.dist-info/direct_url.json' \
-        -o -path '*.dist-info/RECORD' \) -delete
+        -o -name '*.pyi' -o -name py.typed \) -delete
+    find "$site" -path '*.dist-info/*' -type f \( -name direct_url.json \
+        -o -name RECORD -o -name INSTALLER -o -name REQUESTED \
+        -o -name WHEEL -o -name top_level.txt -o -name entry_points.txt \) \
+        -delete
 }
 
 check_pyz() {
