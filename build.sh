@@ -97,6 +97,7 @@ build_site() {
         -o -name RECORD -o -name INSTALLER -o -name REQUESTED \
         -o -name WHEEL -o -name top_level.txt -o -name entry_points.txt \) \
         -delete
+    /usr/bin/python3 packaging/pack_deps.py "$WORK/src" "$site"
 }
 
 check_pyz() {
@@ -105,10 +106,17 @@ check_pyz() {
     [ "$size" -le "$MAX_PYZ_BYTES" ] ||
         die "$1 is $size bytes, over the limit of $MAX_PYZ_BYTES"
     /usr/bin/python3 - "$1" <<'EOF'
-import sys, zipfile
+import io, sys, zipfile
+def compiled_objects(archive, where=""):
+    for name in archive.namelist():
+        data = archive.read(name)
+        if data[:4] == b"\x7fELF" or name.endswith(".so"):
+            yield where + name
+        elif name.endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as inner:
+                yield from compiled_objects(inner, where + name + "/")
 with zipfile.ZipFile(sys.argv[1]) as z:
-    bad = [n for n in z.namelist() if z.read(n)[:4] == b"\x7fELF"
-           or n.endswith(".so")]
+    bad = list(compiled_objects(z))
 if bad:
     sys.exit("build.sh: compiled objects in the zipapp: " + " ".join(bad))
 EOF

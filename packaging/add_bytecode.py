@@ -5,8 +5,6 @@ compiled every module it imports: about twice a later run's time. The
 entries added here unpack with the sources into ``__pycache__``; they are
 unchecked-hash .pyc files (PEP 552), dated ``SOURCE_DATE_EPOCH`` like the
 rest, and another Python version ignores them and compiles as before.
-Modules that install, uninstall and status never import get none: each
-entry costs the first run its unpacking, and they compile when used.
 
 Usage: add_bytecode.py SRC_DIR ZIPAPP
 """
@@ -17,10 +15,6 @@ import time
 import zipfile
 
 PREFIX = "site-packages/"
-# PyYAML loads only when a config.yml exists; jinja2's sandbox, native
-# types, extensions and meta API serve features the wrapper does not use.
-NOT_IMPORTED = ("yaml/", "_yaml/", "jinja2/sandbox.py",
-                "jinja2/nativetypes.py", "jinja2/ext.py", "jinja2/meta.py")
 
 
 def pyc_name(name):
@@ -34,8 +28,7 @@ def add(src, zipapp, epoch):
     from terok_install.artefacts import compiled
     with zipfile.ZipFile(zipapp) as archive:
         sources = {n: archive.read(n) for n in archive.namelist()
-                   if n.startswith(PREFIX) and n.endswith(".py")
-                   and not n[len(PREFIX):].startswith(NOT_IMPORTED)}
+                   if n.startswith(PREFIX) and n.endswith(".py")}
     stamp = time.gmtime(epoch)[:6]
     with zipfile.ZipFile(zipapp, "a") as archive:
         for name in sorted(sources):

@@ -7,6 +7,7 @@ put it back afterwards (``host``); they skip when not run as root.
 """
 
 import glob
+import io
 import json
 import os
 import shutil
@@ -145,6 +146,30 @@ def test_zipapp_is_small_and_pure_python(dist):
         assert folder + "/" + base.split(".")[0] + ".py" in names, pyc
     assert "site-packages/terok_install/cli.py" in names
     assert "site-packages/bin/prune_cache.py" in names
+
+
+def test_dependencies_travel_as_one_pure_python_zip(dist):
+    """jinja2, MarkupSafe, tomlkit and PyYAML are imported from a zip in
+    site-packages, so a first run unpacks one file for them."""
+    with zipfile.ZipFile(dist.pyz) as z:
+        unpacked = {n.split("/")[1] for n in z.namelist()
+                    if n.startswith("site-packages/")}
+        pth = z.read("site-packages/terok-install-deps.pth")
+        inner = z.read("site-packages/terok-install-deps.zip")
+    assert unpacked == {"bin", "terok_install", "terok-install-deps.pth",
+                        "terok-install-deps.zip",
+                        "terok_install-%s.dist-info" % dist.version}
+    assert pth == b"terok-install-deps.zip\n"
+    with zipfile.ZipFile(io.BytesIO(inner)) as z:
+        names = z.namelist()
+        assert all(z.read(n)[:4] != b"\x7fELF" for n in names)
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+    assert {n.split("/")[0] for n in names} >= {"jinja2", "markupsafe",
+                                                "tomlkit", "yaml"}
+    assert not [n for n in names if n.endswith((".so", ".c", ".pyi"))]
+    # zipimport looks for bytecode beside the source, not in __pycache__.
+    sources = {n for n in names if n.endswith(".py")}
+    assert {n[:-1] for n in names if n.endswith(".pyc")} == sources
 
 
 def test_terok_panic_is_a_launcher_and_a_stdlib_zip(dist):
