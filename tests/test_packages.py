@@ -219,6 +219,22 @@ def test_rpmlint_reports_no_error(dist):
     assert ": E: " not in proc.stdout
 
 
+def test_zipapp_reads_config_yml_through_its_zipped_yaml(dist, tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("paths:\n  root: %s\n" % (tmp_path / "terok"))
+    env = dict(os.environ, SHIV_ROOT=str(tmp_path / "cache"),
+               CONTAINERS_CONF=str(tmp_path / "containers.conf"),
+               TEROK_INSTALL_RECORD=str(tmp_path / "record.json"),
+               TEROK_CONFIG_FILE=str(config))
+    for name in ("TEROK_ROOT", "TEROK_SANDBOX_STATE_DIR"):
+        env.pop(name, None)
+    ps.run(["/usr/bin/python3", str(dist.pyz), "install", "-q",
+            "--sandbox-bin", str(STAND_IN)], env=env)
+    assert (tmp_path / "terok" / "sandbox" / "hooks").is_dir()
+    ps.run(["/usr/bin/python3", str(dist.pyz), "uninstall", "-q"], env=env)
+    assert not (tmp_path / "terok" / "sandbox").exists()
+
+
 @pytest.mark.skipif(not PYTHONS, reason="no pyenv Python 3.9-3.13 here")
 @pytest.mark.parametrize("python", PYTHONS, ids=PYTHON_IDS)
 def test_zipapp_runs_on(python, dist, tmp_path):
