@@ -11,8 +11,9 @@ Usage: add_bytecode.py SRC_DIR ZIPAPP
 
 import os
 import sys
-import time
 import zipfile
+
+from reproducible_zip import entry
 
 PREFIX = "site-packages/"
 
@@ -29,15 +30,12 @@ def add(src, zipapp, epoch):
     with zipfile.ZipFile(zipapp) as archive:
         sources = {n: archive.read(n) for n in archive.namelist()
                    if n.startswith(PREFIX) and n.endswith(".py")}
-    stamp = time.gmtime(epoch)[:6]
     with zipfile.ZipFile(zipapp, "a") as archive:
         for name in sorted(sources):
-            info = zipfile.ZipInfo(pyc_name(name), stamp)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o100644 << 16
             code = compiled(sources[name], name[len(PREFIX):],
                             check_source=False)
-            archive.writestr(info, code)
+            archive.writestr(entry(pyc_name(name), epoch,
+                                   zipfile.ZIP_DEFLATED), code)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The file is a shell script and a zip at once. ``/bin/sh`` reads only its
 first lines, which exec ``python3 -I -S -c`` with an import of the panic
 module from the file itself: zipimport needs no unpacking, and unlike
-``python3 file.zip`` it skips runpy, whose imports cost about as much as
+``python3 file.zip`` it skips runpy, whose imports cost more than half of
 the interpreter's own start. Everything after those lines is a here-document
 to the shell (so ``sh -n`` and lintian accept the file), which ends in the
 zip's comment; zipimport finds the archive however much precedes it.
@@ -21,8 +21,9 @@ Usage: mkpanic.py SRC_DIR OUTPUT
 import io
 import os
 import sys
-import time
 import zipfile
+
+from reproducible_zip import write
 
 END = b"END_OF_TEROK_PANIC_ZIP"
 ENTRY = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -38,22 +39,11 @@ MODULES = (
     "terok_install/panic.py",
 )
 MAIN = b"import sys\nfrom terok_install.panic import main\nsys.exit(main())\n"
-ZIP_EPOCH = 315532800  # 1980-01-01, the earliest date a zip can hold
-
-
-def entry(name, epoch):
-    info = zipfile.ZipInfo(name, time.gmtime(max(epoch, ZIP_EPOCH))[:6])
-    info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = 0o100644 << 16
-    return info
-
-
 def archive(files, epoch):
     """The zip of *files*, its comment closing the shell's here-document."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as out:
-        for name in sorted(files):
-            out.writestr(entry(name, epoch), files[name])
+        write(out, files, epoch)
         out.comment = b"\n" + END + b"\n"
     data = buffer.getvalue()
     if data.count(b"\n" + END + b"\n") != 1:

@@ -19,20 +19,13 @@ Usage: pack_deps.py SRC_DIR SITE_DIR
 import os
 import shutil
 import sys
-import time
 import zipfile
+
+from reproducible_zip import write
 
 ZIP_NAME = "terok-install-deps.zip"
 PTH_NAME = "terok-install-deps.pth"
 KEEP = ("terok_install", "bin")  # unpacked as they are
-ZIP_EPOCH = 315532800  # 1980-01-01, the earliest date a zip can hold
-
-
-def entry(name, epoch):
-    info = zipfile.ZipInfo(name, time.gmtime(max(epoch, ZIP_EPOCH))[:6])
-    info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = 0o100644 << 16
-    return info
 
 
 def packed(site):
@@ -70,8 +63,7 @@ def pack(src, site, epoch):
     names = packed(site)
     files = with_bytecode(files_under(site, names), compiled)
     with zipfile.ZipFile(os.path.join(site, ZIP_NAME), "w") as archive:
-        for name in sorted(files):
-            archive.writestr(entry(name, epoch), files[name])
+        write(archive, files, epoch)
     for name in names:
         shutil.rmtree(os.path.join(site, name))
     with open(os.path.join(site, PTH_NAME), "w") as f:
