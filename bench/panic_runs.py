@@ -6,6 +6,7 @@ file behind; only the panic process is timed.
 
 import json
 import os
+import shlex
 
 import procs
 import timing
@@ -79,7 +80,7 @@ def commands(stage):
     found = []
     zip_path = stage.get("panic_zip")
     if zip_path:
-        found.append(Panic("dist/terok-panic", ["-I", "-S", zip_path],
+        found.append(Panic("dist/terok-panic", launcher_args(zip_path),
                            script=zip_path))
     lib = stage["lib"]
     if os.path.exists(os.path.join(lib, "terok_install", "panic.py")):
@@ -87,6 +88,19 @@ def commands(stage):
                            ["-S", "-m", "terok_install.panic"],
                            {"PYTHONPATH": lib}))
     return found
+
+
+def launcher_args(path):
+    """What terok-panic's launcher passes the interpreter, so that profiles
+    see the shipped path; a plain zip's ``-I -S`` otherwise."""
+    with open(path, "rb") as f:
+        head = f.read(4096).split(b"\n")
+    words = shlex.split(head[1].decode("utf-8", "replace")) if (
+        len(head) > 1 and head[0] == b"#!/bin/sh") else []
+    if words[:2] != ["exec", timing.PYTHON] or "-c" not in words:
+        return ["-I", "-S", path]
+    code_at = words.index("-c") + 1
+    return words[2:code_at + 1] + [path]
 
 
 class Scene:
