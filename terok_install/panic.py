@@ -200,7 +200,7 @@ def read_pid(path):
 # --- what to kill ------------------------------------------------------------
 
 def judge_pid_file(target, scan, wrappers):
-    """Put the group *target*'s pid file names on it, if it is ours."""
+    """Aim *target* at the group its pid file names, if that group is ours."""
     if not st.valid_container_id(target.cid):
         target.cid = NO_ID
         target.notes.append("pid file name carries no container id")
