@@ -334,7 +334,8 @@ def wait_exited(pids, timeout_s, proc=PROC, sleep=None):
     """
     deadline = time.monotonic() + timeout_s
     left = list(pids)
-    if left and proc == PROC and sleep is None:
+    pidfds = proc == PROC and sleep is None and hasattr(os, "pidfd_open")
+    if left and pidfds:
         left = _sleep_on_pidfds(left, deadline)
     return _poll_exited(left, deadline, proc, sleep or time.sleep)
 
@@ -359,7 +360,7 @@ def _sleep_on_batch(pids, deadline):
                 fds[os.pidfd_open(pid)] = pid
             except ProcessLookupError:
                 pass
-            except (AttributeError, OSError):  # old Python or kernel, EMFILE
+            except OSError:  # an old kernel, EMFILE
                 unwatched.append(pid)
         poller = select.poll()
         for fd in fds:
